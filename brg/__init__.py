@@ -1,0 +1,3 @@
+"""Bayesian renormalization group: Fisher information, coarse graining, flows and the command."""
+
+__all__: list[str] = []

@@ -1,0 +1,19 @@
+"""Routes to prior and posterior samples, all returning one ArviZ DataTree layout."""
+
+from brgnnft.inference.conjugate import conjugate, linear_posterior_moments, sample_linear_posterior
+from brgnnft.inference.ensemble import ensemble, randomised_map_loss
+from brgnnft.inference.io import load, save
+from brgnnft.inference.nuts import nuts
+from brgnnft.inference.prior import prior_samples
+
+__all__ = [
+    "conjugate",
+    "ensemble",
+    "linear_posterior_moments",
+    "load",
+    "nuts",
+    "prior_samples",
+    "randomised_map_loss",
+    "sample_linear_posterior",
+    "save",
+]
