@@ -77,7 +77,8 @@ def ensemble(
     num_steps : int
         Optimiser steps per member.
     optimizer : optax.GradientTransformation, optional
-        Defaults to ``optax.adam(learning_rate)``.
+        Defaults to Adam with a cosine decay of the step from ``learning_rate`` to a thousandth
+        of it over ``num_steps``.
     tolerance : float
         A member counts as converged when the gradient norm of its loss, relative to that at
         its anchor, has fallen below ``tolerance``.
@@ -105,7 +106,11 @@ def ensemble(
     learning_rate = check_positive("learning_rate", learning_rate)
     if model.likelihood != "gaussian":
         raise ValueError(f"ensemble supports the Gaussian likelihood only, got {model.likelihood!r}: use nuts")
-    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
+    if optimizer is None:
+        # A decaying step lets Adam settle on the optimum instead of circling it at a distance
+        # proportional to the learning rate.
+        schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3)
+        optimizer = optax.adam(schedule)
     key_anchor, key_noise, key_prior, key_predictive = jax.random.split(key, 4)
 
     input_dim = x.shape[1]

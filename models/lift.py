@@ -23,7 +23,8 @@ class _DotSiteNames(Messenger):
     """Replace '/' by '.' in site names (NumPyro's scope handler joins with '/')."""
 
     def process_message(self, msg):
-        msg["name"] = msg["name"].replace("/", ".")
+        if isinstance(msg.get("name"), str):
+            msg["name"] = msg["name"].replace("/", ".")
 
 
 def _prior_from(prior):
@@ -64,7 +65,7 @@ class LiftedModel:
             self._site_cache[input_dim] = {
                 name: site
                 for name, site in model_trace.items()
-                if site["type"] == "sample" and not site["is_observed"]
+                if site["type"] == "sample" and name != "y"
             }
         return self._site_cache[input_dim]
 

@@ -104,6 +104,13 @@ class RandomFeatures(LinearReadout):
     def hidden_params(self, input_dim: int) -> dict[str, jax.Array]:
         """Return the frozen hidden weights for inputs of dimension ``input_dim`` (drawn once from the seed)."""
         if input_dim not in self._hidden_params:
+            self._hidden_params[input_dim] = self._draw_hidden_params(input_dim)
+        return self._hidden_params[input_dim]
+
+    def _draw_hidden_params(self, input_dim: int) -> dict[str, jax.Array]:
+        # The draw may first be requested inside a traced function; evaluating it eagerly keeps
+        # tracers out of the cache.
+        with jax.ensure_compile_time_eval():
             widths = (int(input_dim), *self.hidden)
             key = jax.random.key(self.seed)
             params = {}
@@ -114,8 +121,7 @@ class RandomFeatures(LinearReadout):
                 params[f"w{layer}"] = jnp.sqrt(variance) * jax.random.normal(key_weight, (fan_in, widths[layer]))
                 if self.bias:
                     params[f"b{layer}"] = jnp.sqrt(self.bias_var) * jax.random.normal(key_bias, (widths[layer],))
-            self._hidden_params[input_dim] = params
-        return self._hidden_params[input_dim]
+        return params
 
     def features(self, x) -> jax.Array:
         """Return the frozen feature matrix Phi(x) of shape (n, P)."""

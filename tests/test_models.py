@@ -193,3 +193,13 @@ def test_cosnet_propagator_momentum_space():
 def test_model_rejects_bad_configuration(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_random_features_first_drawn_inside_trace():
+    # The frozen layers may first be drawn while NumPyro traces the model; they must stay concrete.
+    model = RandomFeatures(hidden=(8,), seed=5)
+    x = np.linspace(-1, 1, 3)[:, None]
+    tree = prior_samples(model, x, key=jax.random.key(0), num_samples=4)
+    a = tree["prior"]["a"].values[0]
+
+    np.testing.assert_allclose(tree["prior"]["f"].values[0], a @ np.asarray(model.features(x)).T, rtol=1e-12)
