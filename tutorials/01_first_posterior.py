@@ -16,14 +16,12 @@
 
 # %%
 import os
-from importlib import resources
 
 import arviz as az
 import jax
 import numpy as np
-import pandas as pd
 
-from brgnnft.inference import conjugate, ensemble, prior_samples
+from brgnnft.inference import conjugate, ensemble, load_dataset, prior_samples
 from brgnnft.models import RandomFeatures
 
 jax.config.update("jax_enable_x64", True)
@@ -31,17 +29,13 @@ small = os.environ.get("BRGNNFT_TUTORIAL_SIZE") == "small"
 
 # %% [markdown]
 # ## Data
-# The weekly CO2 record ships with the package. Weeks without a measurement are dropped, and time
-# and concentration are standardised.
+# The weekly CO2 record ships with the package. `load_dataset` drops the weeks without a
+# measurement (and logs how many), splits train from test with the key, and standardises time and
+# concentration with the training statistics, which it keeps for reporting in ppm.
 
 # %%
-table = pd.read_csv(resources.files("brgnnft.inference") / "data" / "mauna_loa_co2_weekly.csv")
-table = table.dropna()
-years = pd.to_datetime(table["date"]).dt.year + pd.to_datetime(table["date"]).dt.day_of_year / 365.25
-x = ((years - years.mean()) / years.std()).to_numpy()[:, None]
-y = ((table["co2"] - table["co2"].mean()) / table["co2"].std()).to_numpy()
-stride = 40 if small else 4
-x, y = x[::stride], y[::stride]
+data = load_dataset("co2", key=jax.random.key(0), num_train=60 if small else 600)
+x, y = data.x_train, data.y_train
 print(f"{len(y)} training points")
 
 # %% [markdown]
