@@ -33,7 +33,7 @@ def output_dims(f: np.ndarray, leading: int) -> list[str]:
 
 
 def _noise_per_draw(samples: dict, model):
-    if model.likelihood != "gaussian":
+    if getattr(model, "likelihood", "gaussian") != "gaussian":
         return None
     if "noise" in samples:
         return jnp.asarray(samples["noise"])[..., None]
@@ -50,7 +50,7 @@ def predictive_groups(model, samples: dict, y, *, key) -> tuple[dict, dict]:
     noise = _noise_per_draw(samples, model)
     if noise is not None and f.ndim == 4:
         noise = noise[..., None] if jnp.ndim(noise) else noise
-    distribution = observation_distribution(model.likelihood, f, noise)
+    distribution = observation_distribution(getattr(model, "likelihood", "gaussian"), f, noise)
     predictive = {"y": np.asarray(distribution.sample(key))}
     log_likelihood = {}
     if y is not None:

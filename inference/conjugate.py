@@ -6,7 +6,7 @@ import numpy as np
 import scipy.linalg
 
 from brgnnft.inference._layout import add_chain_axis, build_datatree
-from brgnnft.inference._validate import check_data, check_model
+from brgnnft.inference._validate import check_data, check_fixed_noise, check_model
 from brgnnft.inference.prior import draw_prior
 from brgnnft.models._checks import check_positive_int
 
@@ -70,6 +70,7 @@ def conjugate(model, x, y, *, key, num_samples: int = 1000, num_prior_samples: i
     if not is_gaussian_process:
         check_model(model)
     x, y = check_data(model, x, y, key, require_y=True)
+    check_fixed_noise(model, "conjugate")
     num_samples = check_positive_int("num_samples", num_samples)
     key_sample, key_prior, key_predictive = jax.random.split(key, 3)
 

@@ -281,3 +281,20 @@ def test_bad_sizes_are_rejected(model, data):
         ensemble(model, x, y, key=jax.random.key(0), num_members=0)
     with pytest.raises(TypeError, match="num_samples must be a positive integer, got 2.5"):
         conjugate(model, x, y, key=jax.random.key(0), num_samples=2.5)
+
+
+def test_conjugate_gaussian_process_matches_textbook(data):
+    from brgnnft.models import NNGP
+
+    x, y = data
+    kernel = MLP(hidden=(1,), activation="erf", weight_var=1.5, bias_var=0.2).kernel
+    model = NNGP(kernel, noise=NOISE)
+    tree = conjugate(model, x, y, key=jax.random.key(8), num_samples=4000)
+    gram = np.asarray(kernel(x, x))
+    # Rasmussen and Williams, eq. 2.25 and 2.26, at the training inputs
+    solve = np.linalg.solve(gram + NOISE**2 * np.eye(len(y)), np.column_stack([y, gram]))
+    exact = {"f_mean": gram @ solve[:, 0], "f_var": np.diag(gram - gram @ solve[:, 1:])}
+
+    assert_moments_match(tree["posterior"]["f"].values[0], exact)
+    assert set(tree["posterior"].data_vars) == {"f"}
+    assert tree["log_likelihood"]["y"].shape == (1, 4000, 24)
