@@ -91,12 +91,6 @@ def ensemble(
     -------
     DataTree of the common layout; ``sample_stats`` holds per member ``final_loss``,
     ``grad_norm`` (relative) and ``converged``.
-
-    References
-    ----------
-    A. G. de G. Matthews, J. Hron, R. E. Turner, Z. Ghahramani, "Sample-then-optimize posterior
-    sampling for Bayesian linear models" (2017); THEORY of randomised-MAP ensembles in
-    J. N. Howard et al., arXiv:2405.17538.
     """
     check_model(model)
     x, y = check_data(model, x, y, key, require_y=True)

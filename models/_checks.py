@@ -62,7 +62,7 @@ def check_key(key):
 
 
 def first_bad_row(values: np.ndarray) -> int | None:
-    """Return the index of the first row holding NaN or inf, or None if every value is finite."""
+    """Return the index of the first row containing NaN or inf, or None if every value is finite."""
     finite = np.isfinite(values).reshape(values.shape[0], -1).all(axis=1)
     if finite.all():
         return None
