@@ -287,21 +287,12 @@ def write_outputs(flow, out: Path, plots: Path | None, *, overwrite: bool) -> No
     """Write the flow file and the plots, leaving the flow file only if the plots succeed too."""
     from brgnnft.brg import save_flow_plots
     from brgnnft.inference import save
+    from brgnnft.inference.io import atomic_path
 
-    descriptor, staged = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".staged", dir=out.parent)
-    os.close(descriptor)
-    staged = Path(staged)
-    try:
+    with atomic_path(out) as staged:
         save(flow, staged, overwrite=True)
-        # mkstemp makes the file readable by its owner only; give it the permissions of a new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staged, 0o666 & ~umask)
         if plots is not None:
             save_flow_plots(flow, plots, overwrite=overwrite)
-        os.replace(staged, out)
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- tables

@@ -1,15 +1,14 @@
 """Plots of an information-shell BRG flow, drawn with matplotlib from the flow DataTree.
 
-Every function takes the DataTree returned by ``information_shell_flow`` (optionally with an ``ax``
-to draw into) and returns the matplotlib Figure, so figures compose with the rest of a user's
-plotting. ``save_flow_plots`` writes the four standard figures as PNG files. ArviZ's own plots work
+Every function takes the DataTree returned by ``information_shell_flow`` or ``diffusion_flow``
+(optionally with an ``ax`` to draw into) and returns the matplotlib Figure, so figures compose with
+the rest of a user's plotting. A diffusion flow's effective cutoff Lambda(t) (its coordinate
+``cutoff_equivalent``) goes on the cutoff axis. ``save_flow_plots`` writes the four standard figures as PNG files. ArviZ's own plots work
 on the same tree with ``cutoff`` as an aesthetic, for example
 ``az.plot_dist(flow, var_names=["f"], coords={"obs_id": [0]}, aes={"color": ["cutoff"]})``.
 """
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -21,11 +20,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from brgnnft.inference.io import atomic_path
 from brgnnft.models._checks import check_positive
 
 logger = logging.getLogger(__name__)
 
 CUTOFF_LABEL = "cutoff Λ (Fisher eigenvalue)"
+DIFFUSION_LABEL = "effective cutoff Λ(t) of the diffusion (Fisher eigenvalue scale)"
 FLOW_SOURCE = "brgnnft.brg.information_shell_flow"
 
 # Number of test points and cutoffs that plot_predictive shows when none are passed.
@@ -68,12 +69,31 @@ def _flow_group(flow, group: str, variables: Sequence[str], *, caller: str) -> x
         raise ValueError(
             f"{caller} needs a flow from {FLOW_SOURCE}, but its {group!r} group lacks the variables {missing}"
         )
-    if group in ("flow", "posterior_predictive") and "cutoff" not in dataset.dims:
+    if group in ("flow", "posterior_predictive") and _scale_dim(dataset) is None:
         raise ValueError(
             f"{caller} needs an information-shell flow from {FLOW_SOURCE}, but its {group!r} group "
-            f"has no 'cutoff' dimension (dims {tuple(dataset.dims)})"
+            f"has no 'cutoff' dimension, nor 'flow_time' with a 'cutoff_equivalent' coordinate (dims "
+            f"{tuple(dataset.dims)})"
         )
     return dataset
+
+
+def _scale_dim(dataset) -> str | None:
+    """Return the scale dimension of a flow group: ``cutoff``, or ``flow_time`` of a diffusion flow.
+
+    A ``flow_time`` dimension counts only with its ``cutoff_equivalent`` coordinate, the values
+    that go on the cutoff axis. Returns None when the group has neither.
+    """
+    if "cutoff" in dataset.dims:
+        return "cutoff"
+    if "flow_time" in dataset.dims and "cutoff_equivalent" in dataset.variables:
+        return "flow_time"
+    return None
+
+
+def _scale_values(dataset) -> np.ndarray:
+    """Return the cutoffs of a flow group: ``cutoff``, or ``cutoff_equivalent`` along ``flow_time``."""
+    return dataset["cutoff" if _scale_dim(dataset) == "cutoff" else "cutoff_equivalent"].values
 
 
 def _figure_and_axes(ax, *, figsize) -> tuple[Figure, Axes]:
@@ -90,14 +110,18 @@ def _units(flow) -> str:
     return " (standardised units)" if "y_scale" in flow.attrs else ""
 
 
-def _set_cutoff_axis(ax: Axes, cutoffs: np.ndarray) -> None:
+def _set_cutoff_axis(ax: Axes, cutoffs: np.ndarray, label: str = CUTOFF_LABEL) -> None:
     """Put the cutoffs on a log x axis (symlog when the grid contains Λ <= 0) and label it."""
     positive = cutoffs[cutoffs > 0]
     if positive.size == cutoffs.size:
         ax.set_xscale("log")
     else:
         ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
-    ax.set_xlabel(CUTOFF_LABEL)
+    ax.set_xlabel(label)
+
+
+def _axis_label(dataset) -> str:
+    return CUTOFF_LABEL if _scale_dim(dataset) == "cutoff" else DIFFUSION_LABEL
 
 
 def _spans_decades(values) -> bool:
@@ -199,7 +223,7 @@ def plot_flow(flow, *, critical=None, ax: Axes | None = None) -> Figure:
     )
     marks = _critical_marks(flow, critical)
     figure, ax = _figure_and_axes(ax, figsize=(7.5, 4.5))
-    cutoffs = statistics["cutoff"].values
+    cutoffs = _scale_values(statistics)
     mse = statistics["test_mse"].values
     band = 2.0 * statistics["test_mse_se"].values
     trained_mse = float(statistics["trained_test_mse"])
@@ -220,7 +244,7 @@ def plot_flow(flow, *, critical=None, ax: Axes | None = None) -> Figure:
         )
 
     units = _units(flow)
-    _set_cutoff_axis(ax, cutoffs)
+    _set_cutoff_axis(ax, cutoffs, _axis_label(statistics))
     if _spans_decades(np.append(mse, trained_mse)):
         ax.set_yscale("log")
         sd_ax.set_yscale("log")
@@ -252,13 +276,13 @@ def plot_fraction_coarse_grained(flow, *, ax: Axes | None = None) -> Figure:
     """
     statistics = _flow_group(flow, "flow", ("fraction_coarse_grained",), caller="plot_fraction_coarse_grained")
     figure, ax = _figure_and_axes(ax, figsize=(6.5, 4))
-    cutoffs = statistics["cutoff"].values
+    cutoffs = _scale_values(statistics)
 
     ax.plot(cutoffs, statistics["fraction_coarse_grained"].values, color="C2", marker="o", markersize=4,
             label="fraction coarse grained")
     _draw_critical(ax, _critical_marks(flow, None), cutoffs)
 
-    _set_cutoff_axis(ax, cutoffs)
+    _set_cutoff_axis(ax, cutoffs, _axis_label(statistics))
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("fraction of directions coarse grained")
     num_params = flow.attrs.get("num_params")
@@ -286,7 +310,7 @@ def plot_spectrum(flow, *, ax: Axes | None = None) -> Figure:
     Figure
     """
     spectrum = _flow_group(flow, "spectrum", ("eigenvalues",), caller="plot_spectrum")
-    cutoffs = _flow_group(flow, "flow", (), caller="plot_spectrum")["cutoff"].values
+    cutoffs = _scale_values(_flow_group(flow, "flow", (), caller="plot_spectrum"))
     figure, ax = _figure_and_axes(ax, figsize=(6.5, 4.5))
     basis = spectrum.attrs.get("basis", flow.attrs.get("basis", "eigen"))
     values = np.sort(np.asarray(spectrum["eigenvalues"].values, dtype=float).ravel())[::-1]
@@ -364,7 +388,8 @@ def _trained_predictive(flow) -> tuple[np.ndarray, str]:
     f = trained["f"].values
     if "posterior" not in flow.children or "f" not in flow["posterior"].data_vars:
         return f, "trained f (without noise)"
-    noise = flow["posterior_predictive"]["y"].isel(cutoff=0).values - flow["posterior"]["f"].isel(cutoff=0).values
+    first = {_scale_dim(flow["posterior_predictive"].to_dataset()): 0}
+    noise = flow["posterior_predictive"]["y"].isel(first).values - flow["posterior"]["f"].isel(first).values
     return f + noise, "trained predictive"
 
 
@@ -432,7 +457,8 @@ def plot_predictive(flow, *, points=None, cutoffs=None, ax=None) -> Figure:
     trained = _flow_group(flow, "trained", ("f",), caller="plot_predictive")
     y = predictive["y"]
     positions = _default_points(trained["f"]) if points is None else _check_points(points, y.sizes["obs_id"])
-    grid = y["cutoff"].values
+    dim = _scale_dim(predictive)
+    grid = _scale_values(predictive)
     cutoff_indices = _check_cutoffs(cutoffs, grid)
     figure, axes = _point_axes(ax, len(positions))
     reference, reference_label = _trained_predictive(flow)
@@ -442,7 +468,7 @@ def plot_predictive(flow, *, points=None, cutoffs=None, ax=None) -> Figure:
 
     for axis, position in zip(axes, positions):
         for colour, index in zip(colours, cutoff_indices):
-            samples = y.isel(cutoff=index, obs_id=position).values.ravel()
+            samples = y.isel({dim: index, "obs_id": position}).values.ravel()
             _draw_distribution(axis, samples, color=colour, label=f"Λ = {grid[index]:.3g}")
         _draw_distribution(axis, reference[..., position].ravel(), color="black", label=reference_label)
         if observed is not None:
@@ -472,25 +498,10 @@ PLOT_FILES = {
 }
 
 
-def _current_umask() -> int:
-    # os.umask can only be read by setting it, so set it back at once.
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def _write_png(figure: Figure, path: Path, *, dpi: float) -> None:
     """Write the figure to ``path`` atomically: a temporary file in the same folder, then os.replace."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=dpi)
-        # mkstemp creates the file readable by its owner only; give the PNG the usual permissions.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi)
 
 
 def save_flow_plots(flow, folder, *, overwrite: bool = False, dpi: float = 150) -> list[Path]:

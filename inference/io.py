@@ -2,9 +2,38 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import xarray as xr
+
+
+def new_file_mode() -> int:
+    """Return the permission bits a newly created file gets under the current umask."""
+    # os.umask can only be read by setting it, so set it back at once.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was. The file
+    gets the permissions of a new file (``mkstemp`` alone would make it readable by its owner only).
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.chmod(temporary, new_file_mode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def save(datatree, path, *, overwrite: bool = False) -> Path:
@@ -27,14 +56,8 @@ def save(datatree, path, *, overwrite: bool = False) -> Path:
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist: create it first or choose another path")
 
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(descriptor)
-    try:
+    with atomic_path(path) as temporary:
         datatree.to_netcdf(temporary, engine="h5netcdf")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -298,3 +298,13 @@ def test_conjugate_gaussian_process_matches_textbook(data):
     assert_moments_match(tree["posterior"]["f"].values[0], exact)
     assert set(tree["posterior"].data_vars) == {"f"}
     assert tree["log_likelihood"]["y"].shape == (1, 4000, 24)
+
+
+def test_saved_file_has_new_file_permissions(conjugate_tree, tmp_path):
+    import os
+
+    from brgnnft.inference.io import new_file_mode
+
+    path = save(conjugate_tree, tmp_path / "posterior.nc")
+
+    assert os.stat(path).st_mode & 0o777 == new_file_mode()
