@@ -203,3 +203,4 @@ def test_random_features_first_drawn_inside_trace():
     a = tree["prior"]["a"].values[0]
 
     np.testing.assert_allclose(tree["prior"]["f"].values[0], a @ np.asarray(model.features(x)).T, rtol=1e-12)
+
