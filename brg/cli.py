@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brgnnft.brg.report import critical_line, flow_table, paper_table
+from brgnnft.brg.report import analytic_table, critical_line, flow_table, paper_table
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--quick", action="store_true",
                       help=f"small run: at most {QUICK_MAX_ROWS} training and test rows, fewer draws, {QUICK_CUTOFFS} cutoffs")
     flow.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    flow.add_argument(
+        "--compare-analytic",
+        action="store_true",
+        help="also compute the closed-form infinite-width flow on the same cutoffs (random-features and "
+        "cosnet, eigen basis), store it as the group 'analytic' and print it beside the network's",
+    )
 
     report = commands.add_parser("report", help="print the table of a saved flow and draw its plots")
     report.add_argument("flow_file", type=Path, metavar="FLOW.nc")
@@ -295,6 +301,53 @@ def write_outputs(flow, out: Path, plots: Path | None, *, overwrite: bool) -> No
         save(flow, staged, overwrite=True)
         if plots is not None:
             save_flow_plots(flow, plots, overwrite=overwrite)
+            if "analytic" in flow.children:
+                save_analytic_plot(flow, plots)
+
+
+ANALYTIC_PLOT = "analytic_comparison.png"
+
+
+def save_analytic_plot(flow, folder: Path) -> Path:
+    """Write the network's flow against its closed-form infinite-width flow as a PNG in ``folder``."""
+    import matplotlib.pyplot as plt
+
+    from brgnnft.brg import plot_analytic_comparison
+    from brgnnft.inference.io import atomic_path
+
+    path = folder / ANALYTIC_PLOT
+    figure = plot_analytic_comparison(flow, flow["analytic"].to_dataset())
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", dpi=150)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def analytic_flow(args, settings, model, x_train, y_train, x_test, y_test):
+    """Return the closed-form infinite-width flow on the network's cutoffs, as the Dataset stored in 'analytic'."""
+    from brgnnft.brg import infinite_width_kernel, nngp_shell_flow
+
+    # The network's marginalize and prune flows set its Fisher null space to zero. That null space
+    # carries the part of f at the test points that is independent of f at the training points, so
+    # the closed form drops that part too, while the prior flow redraws it from the prior.
+    residual = "prior" if args.prescription == "prior" else "drop"
+    analytic = nngp_shell_flow(
+        infinite_width_kernel(model),
+        x_train,
+        y_train,
+        model.noise,
+        cutoffs=settings["cutoffs"],
+        x_test=x_test,
+        y_test=y_test,
+        prescription=args.prescription,
+        readout_variance=model.readout_variance,
+        residual=residual,
+        covariance=False,
+        seed=args.seed,
+    )
+    return analytic["flow"].to_dataset().assign_attrs(residual=residual, kernel="infinite width")
 
 
 def _print_flow(flow) -> None:
@@ -302,6 +355,10 @@ def _print_flow(flow) -> None:
     if flow.attrs.get("preset") == "paper":
         print()
         print(paper_table(flow))
+    if "analytic" in flow.children:
+        print()
+        print("closed-form infinite-width flow on the same cutoffs (stiff = Gram modes kept):")
+        print(analytic_table(flow))
     print()
     print(critical_line(flow))
 
@@ -337,6 +394,14 @@ def _flow_settings(args) -> dict:
         raise UsageError(
             f"--activation names {len(activation)} activations for {len(hidden)} hidden layers: pass one, or one per layer"
         )
+    if args.compare_analytic:
+        if args.model == "mlp":
+            raise UsageError(
+                "--compare-analytic needs a model whose infinite-width flow has a closed form: use --model "
+                "random-features or --model cosnet"
+            )
+        if args.basis != "eigen":
+            raise UsageError("--compare-analytic reads the cutoffs as Fisher eigenvalues: use --basis eigen")
     members_table = QUICK_MEMBERS if args.quick else DEFAULT_MEMBERS
     cutoffs = args.cutoffs
     if cutoffs is None:
@@ -397,6 +462,11 @@ def run_flow(args) -> int:
     settings = _flow_settings(args)
     check_output_file(args.out, overwrite=args.overwrite)
     check_plot_folder(args.plots, overwrite=args.overwrite)
+    if args.compare_analytic and args.plots is not None and (args.plots / ANALYTIC_PLOT).exists() and not args.overwrite:
+        raise UsageError(
+            f"plot {str(args.plots / ANALYTIC_PLOT)!r} already exists: pass --overwrite to replace it, or choose "
+            "another --plots folder"
+        )
     key_data, key_quick, key_posterior, key_flow, key_critical = jax.random.split(jax.random.key(args.seed), 5)
     data, x_train, y_train, x_test, y_test = _load_flow_data(args, key_data, key_quick)
     try:
@@ -433,6 +503,8 @@ def run_flow(args) -> int:
         "num_train": int(len(y_train)),
         "quick": int(args.quick),
     })
+    if args.compare_analytic:
+        flow["analytic"] = analytic_flow(args, settings, model, x_train, y_train, x_test, y_test)
     write_outputs(flow, args.out, args.plots, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
 
@@ -470,6 +542,8 @@ def run_report(args) -> int:
         from brgnnft.brg import save_flow_plots
 
         save_flow_plots(flow, args.plots, overwrite=args.overwrite)
+        if "analytic" in flow.children:
+            save_analytic_plot(flow, args.plots)
     print(f"BRG flow from {args.flow_file} (data set {flow.attrs.get('dataset', 'unknown')})")
     _print_flow(flow)
     if args.plots is not None:

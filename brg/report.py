@@ -52,6 +52,24 @@ def paper_table(flow) -> str:
     return _render(["cutoff", "median MSE", f"mean MSE ({num_kept})", "fraction redrawn"], rows)
 
 
+def analytic_table(flow) -> str:
+    """Return the network's test MSE and predictive SD beside those of the closed-form infinite-width flow."""
+    network, analytic = flow["flow"], flow["analytic"]
+    header = ["cutoff", "stiff", "test MSE ± se", "infinite-width MSE", "predictive SD", "infinite-width SD"]
+    rows = []
+    for index, cutoff in enumerate(network["cutoff"].values):
+        mse, error = float(network["test_mse"].values[index]), float(network["test_mse_se"].values[index])
+        rows.append([
+            f"{cutoff:.3g}",
+            f"{int(analytic['num_stiff'].values[index])}",
+            f"{_format_number(mse)} ± {_format_number(error)}",
+            _format_number(float(analytic["test_mse"].values[index])),
+            _format_number(float(network["predictive_sd"].values[index])),
+            _format_number(float(analytic["predictive_sd"].values[index])),
+        ])
+    return _render(header, rows)
+
+
 def _render(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(cells[column]) for cells in [header, *rows]) for column in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(cells, widths)) for cells in [header, *rows]]

@@ -109,6 +109,23 @@ def test_flow_prints_table(in_tmp, capsys):
     assert (in_tmp / "flow.nc").is_file()
 
 
+def test_flow_compare_analytic(in_tmp, capsys):
+    code, text, err = run(
+        capsys, "flow", "--quick", "--no-progress", "--hidden", "2048", "--cutoffs", "0.01,100,1e6",
+        "--compare-analytic", "--plots", "plots",
+    )
+    flow = load(in_tmp / "flow.nc")
+
+    assert code == 0, err
+    assert "closed-form infinite-width flow" in text
+    assert set(flow["analytic"].data_vars) >= {"test_mse", "predictive_sd", "num_stiff"}
+    np.testing.assert_allclose(flow["analytic"]["cutoff"].values, flow["flow"]["cutoff"].values)
+    assert (in_tmp / "plots" / "analytic_comparison.png").is_file()
+    # At a small cutoff both flows are the trained posterior, so their MSE agree within the
+    # finite-width kernel error: the standard error here is tiny, so the check is relative.
+    assert flow["analytic"]["test_mse"].values[0] == pytest.approx(flow["flow"]["test_mse"].values[0], rel=0.2)
+
+
 def test_paper_command_table(in_tmp, capsys):
     code, text, err = run(capsys, "paper", "--members", "4", "--no-progress", "--out", "paper.nc")
     assert code == 0, err
@@ -235,6 +252,8 @@ BAD_FLOW_ARGUMENTS = [
     (["--cutoffs", "a,b"], "invalid cutoff 'a'"),
     (["--cutoffs", "1,1"], "repeat a value"),
     (["--model", "transformer"], "invalid choice: 'transformer'"),
+    (["--model", "mlp", "--compare-analytic"], "--compare-analytic needs a model whose infinite-width flow"),
+    (["--compare-analytic", "--basis", "diagonal"], "--compare-analytic reads the cutoffs as Fisher eigenvalues"),
 ]
 
 
