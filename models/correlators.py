@@ -5,10 +5,10 @@ G^(k)(x_1..x_k) = E[f(x_1) ... f(x_k)] and connected correlator (joint cumulant)
 symmetric (M,)*k tensors, so the estimators work on the C(M + k - 1, k) index tuples
 i_1 <= ... <= i_k and expand to the full tensor at the end.
 
-Layers, bottom to top: index bookkeeping for sorted tuples; per-block moment sums accumulated
-chunk by chunk over members (matrix products of pair and triple products, so nothing of size
-S x M^k is built); the block jackknife over members; the dispatch over arrays and xarray
-objects with leading dimensions such as ``cutoff`` that pass through.
+The bottom layer is index bookkeeping for sorted tuples. Above it, moment sums per block of
+members accumulate chunk by chunk as matrix products of pair and triple products, so nothing of
+size S x M^k is built. The block jackknife over members comes next. On top sits the dispatch over
+arrays and xarray objects, whose leading dimensions such as ``cutoff`` pass through.
 """
 
 import functools
@@ -145,14 +145,25 @@ def set_partitions(elements: tuple) -> list[list[tuple]]:
 
 
 def _product_columns(chunk: np.ndarray, layout: TupleLayout, max_degree: int) -> dict[int, np.ndarray]:
-    """Return {degree: (c, C(M + degree - 1, degree)) products of the chunk's columns}."""
+    """Return {degree: (c, C(M + degree - 1, degree)) products of the chunk's columns}.
+
+    Columns come in rank order. In colexicographic order the pairs (i, j <= k) are the first
+    C(k + 2, 2) pair columns, so the pairs ending in k are those columns' leading block times
+    column k, and likewise the triples ending in k. Each block is then one broadcast multiply
+    of contiguous slices, which is several times faster than gathering columns by index.
+    """
+    num_rows, num_points = chunk.shape
     columns = {1: chunk}
-    if max_degree >= 2:
-        pairs = layout.tuples[2]
-        columns[2] = chunk[:, pairs[:, 0]] * chunk[:, pairs[:, 1]]
-    if max_degree >= 3:
-        triples = layout.tuples[3]
-        columns[3] = columns[2][:, layout.rank(triples[:, :2])] * chunk[:, triples[:, 2]]
+    for degree in range(2, max_degree + 1):
+        lower = columns[degree - 1]
+        product = np.empty((num_rows, layout.size(degree)))
+        offset = 0
+        for last in range(num_points):
+            # Tuples of degree - 1 with entries <= last: the first C(last + degree - 1, degree - 1).
+            width = math.comb(last + degree - 1, degree - 1)
+            np.multiply(lower[:, :width], chunk[:, last:last + 1], out=product[:, offset:offset + width])
+            offset += width
+        columns[degree] = product
     return columns
 
 
@@ -269,7 +280,7 @@ def jackknife_replicates(
     Returns
     -------
     replicates : dict of order k to ndarray (B + 1, C(M + k - 1, k))
-        Row 0 is the estimate from all members; row b + 1 leaves out block b.
+        Row 0 is the estimate from all members. Row b + 1 leaves out block b.
     layout : TupleLayout
     num_blocks : int
         B, which is ``min(num_blocks, S)``.
@@ -287,6 +298,10 @@ def jackknife_replicates(
         degrees = list(range(1, max_order + 1))
     else:
         degrees = sorted(set(orders))
+    logger.debug(
+        "moments of degrees %s over %d members at %d points: %d blocks, %d members per chunk",
+        degrees, num_samples, num_points, num_blocks, chunk_size,
+    )
     sums, block_sizes = block_moment_sums(
         samples, degrees, layout, num_blocks=num_blocks, chunk_size=chunk_size, progress=progress
     )
@@ -465,8 +480,8 @@ def correlator(
     ----------
     samples : array (..., S, M), xarray.DataArray, Dataset or DataTree node
         Values of f for S ensemble members at M points. A DataArray is ``f`` with sample dims
-        among (chain, draw), which are pooled into members, and the point dim ``obs_dim``; a
-        Dataset or DataTree node (e.g. ``tree["posterior"]``) must hold ``f``. Any other leading
+        among (chain, draw), which are pooled into members, and the point dim ``obs_dim``. A
+        Dataset or DataTree node (e.g. ``tree["posterior"]``) must contain ``f``. Any other leading
         dims (``cutoff`` of a flow, an ``output`` dim) pass through to the result.
     points : sequence of int, optional
         Positions along the point axis to correlate; all M when None.

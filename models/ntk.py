@@ -1,7 +1,7 @@
 """Infinite-width neural tangent kernels (NTK) of fully connected networks.
 
 The NTK recursion needs, beside the NNGP expectation E[phi(u) phi(v)], the expectation of the
-derivatives E[phi'(u) phi'(v)] under the same Gaussian. This module holds the closed forms of the
+derivatives E[phi'(u) phi'(v)] under the same Gaussian. This module contains the closed forms of the
 derivative expectation, its Gauss-Hermite fallback and the recursion itself.
 """
 
@@ -22,9 +22,10 @@ from brgnnft.models.kernels import (
 
 
 def _relu_derivative_expectation(k11, k12, k22):
-    # Arc-cosine kernel of degree 0: P(u > 0, v > 0) = (pi - theta) / (2 pi).
-    correlation = jnp.clip(k12 / jnp.sqrt(k11 * k22), -1.0, 1.0)
-    return (jnp.pi - jnp.arccos(correlation)) / (2.0 * jnp.pi)
+    # Arc-cosine kernel of degree 0: P(u > 0, v > 0) = (pi - theta) / (2 pi), with theta as in
+    # the degree-1 kernel of brgnnft.models.kernels.
+    theta = jnp.arctan2(jnp.sqrt(jnp.maximum(k11 * k22 - k12**2, 0.0)), k12)
+    return (jnp.pi - theta) / (2.0 * jnp.pi)
 
 
 def _erf_derivative_expectation(k11, k12, k22):

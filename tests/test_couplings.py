@@ -116,7 +116,10 @@ X = np.array([[1.0, 0.0], [0.6, 0.8]])
 
 @pytest.mark.parametrize("activation", ["identity", "cos", "cosnet", "gaussnet"])
 def test_closed_form_neuron_moments_match_monte_carlo(activation):
-    kwargs = {"width": 10, "activation": activation, "weight_var": 1.3, "bias_var": 0.4}
+    # Small pre-activation variances (k = 0.25 at these points): the gaussnet neuron's fourth
+    # power exp(4z - 4k) is log-normal with relative variance exp(8k) - 1, whose Monte Carlo mean
+    # and standard error are unreliable once that is large.
+    kwargs = {"width": 10, "activation": activation, "weight_var": 0.3, "bias_var": 0.1}
     closed = single_layer_connected_four_point(X, **kwargs)
     sampled = single_layer_connected_four_point(X, method="monte_carlo", key=jax.random.key(2), num_draws=200_000, **kwargs)
     assert closed.num_samples == 0
