@@ -14,6 +14,26 @@ from brgnnft.brg.plots import (
     plot_spectrum,
     save_flow_plots,
 )
+from brgnnft.brg.paper import PAPER_CUTOFFS, paper_flow, train_readout_sgd
+from brgnnft.brg.analytic import (
+    empirical_kernel,
+    infinite_width_kernel,
+    nngp_shell_flow,
+    random_features_kernel,
+)
+from brgnnft.brg.cosnet_flow import (
+    cosnet_shell_flow,
+    dense_data_constant,
+    information_cutoff,
+    momentum_cutoff,
+    momentum_propagator,
+    momentum_shell_couplings,
+    running_couplings,
+    shell_propagator,
+)
+from brgnnft.brg.analytic_plots import plot_analytic_comparison, plot_running_couplings, plot_shell_propagator
+from brgnnft.brg.diffusion import Diffusion, ExactDiffusion, diffuse, diffusion_flow, flow_times, relaxation_rates
+from brgnnft.brg.sde import LangevinSDE, SDEResult, integrate_sde, langevin_drift
 
 __all__: list[str] = [
     "CoordinateBasis",
@@ -22,6 +42,7 @@ __all__: list[str] = [
     "FisherInformation",
     "GramBasis",
     "MatrixBasis",
+    "PAPER_CUTOFFS",
     "PRESCRIPTIONS",
     "ParamLayout",
     "ShellSplit",
@@ -36,6 +57,7 @@ __all__: list[str] = [
     "flow_at",
     "information_shell_flow",
     "kl_divergence",
+    "paper_flow",
     "plot_flow",
     "plot_fraction_coarse_grained",
     "plot_predictive",
@@ -43,4 +65,30 @@ __all__: list[str] = [
     "posterior_fisher",
     "save_flow_plots",
     "split_at",
+    "train_readout_sgd",
+    "empirical_kernel",
+    "infinite_width_kernel",
+    "nngp_shell_flow",
+    "random_features_kernel",
+    "cosnet_shell_flow",
+    "dense_data_constant",
+    "information_cutoff",
+    "momentum_cutoff",
+    "momentum_propagator",
+    "momentum_shell_couplings",
+    "running_couplings",
+    "shell_propagator",
+    "plot_analytic_comparison",
+    "plot_running_couplings",
+    "plot_shell_propagator",
+    "Diffusion",
+    "ExactDiffusion",
+    "LangevinSDE",
+    "SDEResult",
+    "diffuse",
+    "diffusion_flow",
+    "flow_times",
+    "integrate_sde",
+    "langevin_drift",
+    "relaxation_rates",
 ]

@@ -81,6 +81,19 @@ def _evaluate(observable, coarse, trained, weights):
     return coarse_sd, trained_sd
 
 
+def flow_cutoffs(statistics) -> np.ndarray:
+    """Return the cutoffs of a flow's ``flow`` group: its ``cutoff`` dimension, or the
+    ``cutoff_equivalent`` Lambda(t) along the ``flow_time`` dimension of a diffusion flow."""
+    if "cutoff" in statistics.dims:
+        return statistics["cutoff"].values
+    if "flow_time" in statistics.dims and "cutoff_equivalent" in statistics.variables:
+        return statistics["cutoff_equivalent"].values
+    raise ValueError(
+        f"the 'flow' group has dims {tuple(statistics.dims)}: expected a 'cutoff' dimension, or 'flow_time' "
+        "with the coordinate 'cutoff_equivalent' (pass the output of information_shell_flow or diffusion_flow)"
+    )
+
+
 def _first_crossing(excess, threshold):
     crossed = excess > threshold
     return np.where(crossed.any(axis=-1), crossed.argmax(axis=-1), -1)
@@ -98,7 +111,9 @@ def critical_cutoff(
 
     Parameters
     ----------
-    flow : DataTree from ``information_shell_flow``.
+    flow : DataTree from ``information_shell_flow`` or ``diffusion_flow``.
+        For a diffusion flow the cutoffs are its ``cutoff_equivalent`` Lambda(t), so Lambda_C and
+        its interval are in the same units as for the information shell.
     observable : {"test_mse", "f_sd"}
     tolerance : float
         Relative rise over the trained value that counts as a change.
@@ -126,7 +141,7 @@ def critical_cutoff(
     if "flow" not in flow.children:
         raise ValueError("the DataTree has no 'flow' group: pass the output of information_shell_flow")
 
-    cutoffs = flow["flow"]["cutoff"].values
+    cutoffs = flow_cutoffs(flow["flow"])
     coarse, trained = _observable_per_member(flow, observable)
     num_members = trained.shape[0]
     estimate, baseline = _evaluate(observable, coarse, trained, np.ones((1, num_members)))

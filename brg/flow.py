@@ -200,8 +200,12 @@ def information_shell_flow(
     )
 
 
-def flow_statistics(f, trained_f, y_test, noise, splits) -> dict[str, tuple]:
-    """Return the ``flow`` group's variables as (dims, values) pairs, from f (K, S, m)."""
+def flow_statistics(f, trained_f, y_test, noise, splits, *, dim: str = "cutoff") -> dict[str, tuple]:
+    """Return the ``flow`` group's variables as (dims, values) pairs, from f (K, S, m).
+
+    ``dim`` names the scale dimension of the K values: ``cutoff``, or ``flow_time`` for a diffusion.
+    """
+    scale = (dim,)
     mse = member_mse(f, y_test)
     mse_mean, mse_error = mean_with_standard_error(mse)
     log_likelihood = gaussian_log_likelihood(f, y_test, noise)
@@ -209,14 +213,14 @@ def flow_statistics(f, trained_f, y_test, noise, splits) -> dict[str, tuple]:
     trained_mean, trained_error = mean_with_standard_error(trained_mse)
     trained_log_likelihood = gaussian_log_likelihood(trained_f, y_test, noise)
     return {
-        "num_stiff": (("cutoff",), np.array([split.num_stiff for split in splits])),
-        "fraction_coarse_grained": (("cutoff",), np.array([split.fraction_coarse_grained for split in splits])),
-        "test_mse": (("cutoff",), mse_mean),
-        "test_mse_se": (("cutoff",), mse_error),
-        "predictive_sd": (("cutoff",), np.sqrt(predictive_variance(f, noise)).mean(axis=-1)),
-        "f_sd": (("cutoff",), f.std(axis=-2, ddof=1).mean(axis=-1)),
-        "log_predictive_density": (("cutoff",), log_predictive_density(log_likelihood)),
-        "kl_from_trained": (("cutoff",), predictive_kl(f, trained_f[None], noise)),
+        "num_stiff": (scale, np.array([split.num_stiff for split in splits])),
+        "fraction_coarse_grained": (scale, np.array([split.fraction_coarse_grained for split in splits])),
+        "test_mse": (scale, mse_mean),
+        "test_mse_se": (scale, mse_error),
+        "predictive_sd": (scale, np.sqrt(predictive_variance(f, noise)).mean(axis=-1)),
+        "f_sd": (scale, f.std(axis=-2, ddof=1).mean(axis=-1)),
+        "log_predictive_density": (scale, log_predictive_density(log_likelihood)),
+        "kl_from_trained": (scale, predictive_kl(f, trained_f[None], noise)),
         "trained_test_mse": ((), trained_mean),
         "trained_test_mse_se": ((), trained_error),
         "trained_predictive_sd": ((), np.sqrt(predictive_variance(trained_f, noise)).mean()),
@@ -224,10 +228,20 @@ def flow_statistics(f, trained_f, y_test, noise, splits) -> dict[str, tuple]:
     }
 
 
-def build_flow_tree(f, trained_f, y_test, x_test, noise, splits, fisher, chains, draws, attrs, *, key):
-    """Assemble the flow DataTree from coarse-grained outputs f (K, S, m)."""
+def build_flow_tree(
+    f, trained_f, y_test, x_test, noise, splits, fisher, chains, draws, attrs, *, key, dim: str = "cutoff", scale=None
+):
+    """Assemble the flow DataTree from coarse-grained outputs f (K, S, m).
+
+    The scale dimension is ``dim`` with coordinate values ``scale``; by default ``cutoff`` with the
+    cutoffs of the splits. For any other ``dim`` (``flow_time`` of a diffusion) the cutoffs of the
+    splits are recorded beside it as the coordinate ``cutoff_equivalent``.
+    """
     num_cutoffs, num_members, num_points = f.shape
     cutoffs = np.array([split.cutoff for split in splits])
+    scale_coords = {"cutoff": cutoffs}
+    if dim != "cutoff":
+        scale_coords = {dim: np.asarray(scale, dtype=np.float64), "cutoff_equivalent": (dim, cutoffs)}
     sample_shape = (num_cutoffs, chains, draws, num_points)
     noise_array = noise if np.ndim(noise) == 0 else noise.reshape(1, num_members, 1)
     key_coarse, key_trained = jax.random.split(key)
@@ -236,12 +250,12 @@ def build_flow_tree(f, trained_f, y_test, x_test, noise, splits, fisher, chains,
     trained_y = trained_f + trained_noise * np.asarray(jax.random.normal(key_trained, trained_f.shape, dtype=jnp.float64))
     log_likelihood = gaussian_log_likelihood(f, y_test, noise_array)
 
-    coords = {"cutoff": cutoffs, "chain": np.arange(chains), "draw": np.arange(draws), "obs_id": np.arange(num_points)}
-    sample_dims = ("cutoff", "chain", "draw", "obs_id")
+    coords = {**scale_coords, "chain": np.arange(chains), "draw": np.arange(draws), "obs_id": np.arange(num_points)}
+    sample_dims = (dim, "chain", "draw", "obs_id")
 
-    statistics = flow_statistics(f, trained_f, y_test, noise, splits)
-    flow = xr.Dataset({name: value for name, value in statistics.items()}, coords={"cutoff": cutoffs})
-    flow["member_mse"] = (("cutoff", "chain", "draw"), member_mse(f, y_test).reshape(num_cutoffs, chains, draws))
+    statistics = flow_statistics(f, trained_f, y_test, noise, splits, dim=dim)
+    flow = xr.Dataset({name: value for name, value in statistics.items()}, coords=scale_coords)
+    flow["member_mse"] = ((dim, "chain", "draw"), member_mse(f, y_test).reshape(num_cutoffs, chains, draws))
     flow["trained_member_mse"] = (("chain", "draw"), member_mse(trained_f, y_test).reshape(chains, draws))
     flow = flow.assign_coords(chain=np.arange(chains), draw=np.arange(draws))
 
@@ -273,6 +287,14 @@ def build_flow_tree(f, trained_f, y_test, x_test, noise, splits, fisher, chains,
     return tree
 
 
+# Scale dimensions of flows: information-shell cutoffs, diffusion times, data counts, training steps.
+SCALE_DIMS = ("cutoff", "flow_time", "data_count", "training_step")
+
+
 def flow_at(flow, cutoff_index: int):
-    """Return the flow at one cutoff as an ordinary posterior DataTree (for az.loo, az.compare)."""
-    return flow.isel(cutoff=cutoff_index, missing_dims="ignore")
+    """Return the flow at one scale (cutoff, flow time, ...) as an ordinary posterior DataTree.
+
+    The result works with az.loo and az.compare. ``cutoff_index`` is the position along the flow's
+    scale dimension, whichever of ``SCALE_DIMS`` it is.
+    """
+    return flow.isel({dim: cutoff_index for dim in SCALE_DIMS}, missing_dims="ignore")

@@ -7,6 +7,8 @@ from brgnnft.inference.io import load, save
 from brgnnft.inference.nuts import nuts
 from brgnnft.inference.prior import prior_samples
 from brgnnft.inference.samples import from_samples
+from brgnnft.inference.data_count import data_count_flow, data_count_moments, fisher_eigenvalues
+from brgnnft.inference.training_flow import training_flow
 
 __all__ = [
     "Dataset",
@@ -23,4 +25,8 @@ __all__ = [
     "randomised_map_loss",
     "sample_linear_posterior",
     "save",
+    "data_count_flow",
+    "data_count_moments",
+    "fisher_eigenvalues",
+    "training_flow",
 ]
