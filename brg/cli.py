@@ -32,6 +32,7 @@ EXIT_USAGE = 2
 
 MODELS = ("random-features", "mlp", "cosnet")
 INFERENCES = ("conjugate", "ensemble", "nuts")
+SCHEMES = ("shell", "diffusion")
 # Half-decade steps up to 1e8: the Fisher of all 1669 co2 training rows at noise 0.1 has its top
 # eigenvalue near 6e7, so the default grid crosses the whole spectrum.
 DEFAULT_CUTOFFS = "1e-4:1e8:25"
@@ -202,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--members", type=positive_int, default=None, metavar="S",
                       help="posterior draws or ensemble members (default 200 conjugate, 64 ensemble, 200 nuts)")
     flow.add_argument("--basis", choices=("eigen", "diagonal"), default="eigen", help="Fisher basis (default eigen)")
-    flow.add_argument("--prescription", choices=("prior", "marginalize", "prune"), default="prior",
-                      help="replacement of the sloppy directions (default prior)")
+    flow.add_argument("--prescription", choices=("prior", "marginalize", "prune"), default=None,
+                      help="replacement of the sloppy directions, for --scheme shell (default prior)")
+    flow.add_argument("--scheme", choices=SCHEMES, default="shell",
+                      help="coarse graining: the information shell at each cutoff, or the Fisher-metric diffusion to "
+                      "the prior, run to the flow times t = cutoff * s^2 / n whose effective cutoff is each of "
+                      "--cutoffs (default shell)")
+    flow.add_argument("--regularizer", type=positive_number, default=None, metavar="DELTA",
+                      help="for --scheme diffusion: delta added to the per-datum Fisher metric, so directions of zero "
+                      "information relax at rate 1 / (s^2 delta) (default 1e-6 times the largest per-datum eigenvalue)")
     flow.add_argument("--cutoffs", type=parse_cutoffs, default=None, metavar="SPEC",
                       help=f"START:STOP:NUM log-spaced, or a comma-separated list (default {DEFAULT_CUTOFFS})")
     flow.add_argument("--seed", type=seed_int, default=0, help="seed of every random draw (default 0)")
@@ -394,6 +402,13 @@ def _flow_settings(args) -> dict:
         raise UsageError(
             f"--activation names {len(activation)} activations for {len(hidden)} hidden layers: pass one, or one per layer"
         )
+    if args.scheme == "diffusion":
+        if args.prescription is not None:
+            raise UsageError("--prescription sets the information shell: leave it out with --scheme diffusion")
+        if args.compare_analytic:
+            raise UsageError("--compare-analytic compares information-shell flows: use it with --scheme shell")
+    elif args.regularizer is not None:
+        raise UsageError("--regularizer sets the diffusion: use it with --scheme diffusion")
     if args.compare_analytic:
         if args.model == "mlp":
             raise UsageError(
@@ -411,6 +426,7 @@ def _flow_settings(args) -> dict:
         "activation": activation[0] if len(activation) == 1 else activation,
         "members": args.members or members_table[args.inference],
         "cutoffs": cutoffs,
+        "prescription": args.prescription or "prior",
     }
 
 
@@ -474,23 +490,27 @@ def run_flow(args) -> int:
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
 
-    from brgnnft.brg import critical_cutoff, information_shell_flow
+    from brgnnft.brg import critical_cutoff, diffusion_flow, flow_times, information_shell_flow
 
     start = time.perf_counter()
     posterior = _sample_posterior(args, settings, model, x_train, y_train, key_posterior)
-    flow = information_shell_flow(
-        posterior,
-        model,
-        cutoffs=settings["cutoffs"],
-        x_test=x_test,
-        y_test=y_test,
-        reference="posterior_mean" if args.model in LINEAR_MODELS else "map",
-        prescription=args.prescription,
-        basis=args.basis,
-        key=key_flow,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    common = {
+        "x_test": x_test,
+        "y_test": y_test,
+        "reference": "posterior_mean" if args.model in LINEAR_MODELS else "map",
+        "basis": args.basis,
+        "key": key_flow,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+    if args.scheme == "diffusion":
+        # The Fisher metric is that of the training set, so t = cutoff * s^2 / n reaches each cutoff.
+        times = flow_times(settings["cutoffs"], model, input_dim=data.input_dim, num_data=len(y_train))
+        flow = diffusion_flow(posterior, model, times=times, regularizer=args.regularizer, **common)
+    else:
+        flow = information_shell_flow(
+            posterior, model, cutoffs=settings["cutoffs"], prescription=settings["prescription"], **common
+        )
     num_draws = int(posterior["posterior"].sizes["chain"] * posterior["posterior"].sizes["draw"])
     flow.attrs.update(critical_cutoff(flow, key=key_critical).attrs)
     flow.attrs.update({

@@ -2,6 +2,8 @@
 
 import math
 
+from brgnnft.brg.critical import flow_cutoffs
+
 
 def _format_number(value: float) -> str:
     if not math.isfinite(value):
@@ -14,7 +16,8 @@ def flow_table(flow) -> str:
     statistics = flow["flow"]
     y_scale = float(flow.attrs.get("y_scale", 1.0))
     original_units = "y_scale" in flow.attrs and y_scale != 1.0
-    header = ["cutoff", "stiff", "test MSE ± se", "predictive SD", "log pred. density"]
+    diffusion = "flow_time" in statistics.dims
+    header = ["cutoff Λ(t)" if diffusion else "cutoff", "stiff", "test MSE ± se", "predictive SD", "log pred. density"]
     if original_units:
         header.insert(3, "MSE (orig. units)")
 
@@ -30,7 +33,7 @@ def flow_table(flow) -> str:
         float(statistics["trained_test_mse"]), float(statistics["trained_test_mse_se"]),
         float(statistics["trained_predictive_sd"]), float(statistics["trained_log_predictive_density"]),
     )]
-    for index, cutoff in enumerate(statistics["cutoff"].values):
+    for index, cutoff in enumerate(flow_cutoffs(statistics)):
         stiff = float(statistics["num_stiff"].values[index])
         rows.append(row(
             f"{cutoff:.3g}", f"{stiff:.0f}" if stiff == round(stiff) else f"{stiff:.1f}",

@@ -126,6 +126,17 @@ def test_flow_compare_analytic(in_tmp, capsys):
     assert flow["analytic"]["test_mse"].values[0] == pytest.approx(flow["flow"]["test_mse"].values[0], rel=0.2)
 
 
+def test_flow_diffusion_scheme(in_tmp, capsys):
+    code, text, err = run(capsys, "flow", "--quick", "--no-progress", "--scheme", "diffusion", "--cutoffs", "0.01,1,100")
+    flow = load(in_tmp / "flow.nc")
+
+    assert code == 0, err
+    assert table_lines(text)[0].split()[:2] == ["cutoff", "Λ(t)"]
+    assert "flow_time" in flow["flow"].dims
+    np.testing.assert_allclose(flow["flow"]["cutoff_equivalent"].values, [0.01, 1, 100], rtol=1e-10)
+    assert "critical cutoff" in text
+
+
 def test_paper_command_table(in_tmp, capsys):
     code, text, err = run(capsys, "paper", "--members", "4", "--no-progress", "--out", "paper.nc")
     assert code == 0, err
@@ -254,6 +265,9 @@ BAD_FLOW_ARGUMENTS = [
     (["--model", "transformer"], "invalid choice: 'transformer'"),
     (["--model", "mlp", "--compare-analytic"], "--compare-analytic needs a model whose infinite-width flow"),
     (["--compare-analytic", "--basis", "diagonal"], "--compare-analytic reads the cutoffs as Fisher eigenvalues"),
+    (["--scheme", "diffusion", "--prescription", "prune"], "--prescription sets the information shell"),
+    (["--regularizer", "0.1"], "--regularizer sets the diffusion"),
+    (["--scheme", "diffusion", "--compare-analytic"], "--compare-analytic compares information-shell flows"),
 ]
 
 
