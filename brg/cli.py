@@ -340,7 +340,7 @@ def analytic_flow(args, settings, model, x_train, y_train, x_test, y_test):
     # The network's marginalize and prune flows set its Fisher null space to zero. That null space
     # carries the part of f at the test points that is independent of f at the training points, so
     # the closed form drops that part too, while the prior flow redraws it from the prior.
-    residual = "prior" if args.prescription == "prior" else "drop"
+    residual = "prior" if settings["prescription"] == "prior" else "drop"
     analytic = nngp_shell_flow(
         infinite_width_kernel(model),
         x_train,
@@ -349,7 +349,7 @@ def analytic_flow(args, settings, model, x_train, y_train, x_test, y_test):
         cutoffs=settings["cutoffs"],
         x_test=x_test,
         y_test=y_test,
-        prescription=args.prescription,
+        prescription=settings["prescription"],
         readout_variance=model.readout_variance,
         residual=residual,
         covariance=False,
