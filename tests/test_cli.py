@@ -121,9 +121,9 @@ def test_flow_compare_analytic(in_tmp, capsys):
     assert set(flow["analytic"].data_vars) >= {"test_mse", "predictive_sd", "num_stiff"}
     np.testing.assert_allclose(flow["analytic"]["cutoff"].values, flow["flow"]["cutoff"].values)
     assert (in_tmp / "plots" / "analytic_comparison.png").is_file()
-    # At a small cutoff both flows are the trained posterior, so their MSE agree within the
-    # finite-width kernel error: the standard error here is tiny, so the check is relative.
-    assert flow["analytic"]["test_mse"].values[0] == pytest.approx(flow["flow"]["test_mse"].values[0], rel=0.2)
+    # At a small cutoff both flows are the trained posterior, so their MSE differ by the
+    # finite-width kernel error, of order 1/sqrt(2048) = 2 %; the check allows 5 %.
+    assert flow["analytic"]["test_mse"].values[0] == pytest.approx(flow["flow"]["test_mse"].values[0], rel=0.05)
 
 
 def test_flow_diffusion_scheme(in_tmp, capsys):
