@@ -1,7 +1,7 @@
 """Fisher information metric of a network's parameters, its spectrum, and distinguishability.
 
 ``fisher_information`` evaluates the metric at one parameter value and ``posterior_fisher``
-averages it over posterior samples; both return a :class:`FisherInformation` with the descending
+averages it over posterior samples. Both return a :class:`FisherInformation` with the descending
 nonzero spectrum, the eigenvectors as an operator (:mod:`brgnnft.brg.fisher_basis`), the diagonal,
 the rank and how it was computed. ``kl_divergence`` gives the exact divergence that the quadratic
 form 0.5 delta^T I delta approximates.
@@ -188,6 +188,9 @@ def _rank_cutoff(values: np.ndarray, rtol: float) -> float:
 
 def _top_of_symmetric(matrix: np.ndarray, num_eigenvalues) -> tuple[np.ndarray, np.ndarray]:
     """Return eigenvalues (descending) and eigenvectors of a symmetric matrix, all or the top k."""
+    # NOTE: on a 2-core machine shared with other busy processes, multithreaded OpenBLAS made this
+    # eigh of a 1024 x 1024 Gram take about 9 s instead of 0.16 s with OPENBLAS_NUM_THREADS=1
+    # (benchmarks/bench_fisher.py, load average 3.5); set that variable on oversubscribed machines.
     size = matrix.shape[0]
     subset = None if num_eigenvalues is None else [max(0, size - num_eigenvalues), size - 1]
     driver = "evd" if subset is None else "evr"

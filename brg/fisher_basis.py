@@ -1,7 +1,7 @@
 """Fisher eigenvectors (or coordinate axes) as an operator on parameter dicts and flat vectors.
 
-A basis holds r orthonormal directions v_1, ..., v_r of parameter space, the columns of V (P, r),
-in the order of their eigenvalues (descending). Directions it does not hold are the orthogonal
+A basis contains r orthonormal directions v_1, ..., v_r of parameter space, the columns of V (P, r),
+in the order of their eigenvalues (descending). Directions it does not contain are the orthogonal
 complement: for the Fisher eigenbasis that is the null space of I, for the coordinate basis the
 parameters with zero diagonal. Three operations cover what coarse graining needs:
 
@@ -214,7 +214,7 @@ class CoordinateBasis(FisherBasis):
         return vectors
 
     def mask(self) -> dict[str, np.ndarray]:
-        """Return a boolean dict in the parameter layout, True on the axes this basis holds."""
+        """Return a boolean dict in the parameter layout, True on the axes this basis contains."""
         flat = np.zeros(self.layout.size, dtype=bool)
         flat[self.indices] = True
         return _to_numpy(self.layout.unflatten(flat))

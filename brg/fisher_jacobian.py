@@ -38,12 +38,12 @@ CHUNK_BYTES = 256 * 2**20
 
 
 def is_traced(value) -> bool:
-    """Whether ``value`` is a JAX tracer, i.e. we are inside jit, vmap or grad."""
+    """Return whether ``value`` is a JAX tracer, as inside jit, vmap or grad."""
     return isinstance(value, jax.core.Tracer)
 
 
 def show_progress(progress: bool) -> bool:
-    """Whether to draw a progress bar: asked for, and stderr is a terminal."""
+    """Return whether to draw a progress bar: requested, and stderr is a terminal."""
     return bool(progress) and sys.stderr.isatty()
 
 
@@ -99,7 +99,7 @@ class FisherProblem:
         """Rows of the weighted Jacobian, S n K."""
         return self.num_samples * self.num_data * self.num_outputs
 
-    def sites(self, sample: int | None = None) -> dict[str, jax.Array]:
+    def sites(self, sample: int | None = None) -> dict[str, np.ndarray]:
         """Return the parameter dict of every sample (S, ...) or of one sample."""
         flat = self.params if sample is None else self.params[sample]
         return self.layout.unflatten(flat)
@@ -146,7 +146,7 @@ class StaticModel:
     """A model as a static jit argument.
 
     Two MLPs of the same class, depth, activations, bias setting and output size compute the same
-    function of (params, x), so they share compiled code; any other model is compared by identity,
+    function of (params, x), so they share compiled code. Any other model is compared by identity,
     which works for every object, hashable or not.
     """
 
@@ -279,13 +279,19 @@ def _factored_rmatvec(layout: ParamLayout, factors: dict, rows):
 
 @partial(jax.jit, static_argnums=0)
 def _factored_gram(layout: ParamLayout, factors: dict):
+    # Blocks of rows bound the two (block, R) temporaries of each site to CHUNK_BYTES.
     num_rows = factors[layout.names[0]][1].shape[0]
-    total = jnp.zeros((num_rows, num_rows), dtype=jnp.float64)
-    for name in layout.names:
-        inputs, errors = factors[name]
-        error_gram = errors @ errors.T
-        total = total + (error_gram if inputs is None else (inputs @ inputs.T) * error_gram)
-    return total
+    block = max(1, min(num_rows, CHUNK_BYTES // (16 * num_rows)))
+    blocks = []
+    for start in range(0, num_rows, block):
+        rows = slice(start, min(start + block, num_rows))
+        total = jnp.zeros((rows.stop - rows.start, num_rows), dtype=jnp.float64)
+        for name in layout.names:
+            inputs, errors = factors[name]
+            error_gram = errors[rows] @ errors.T
+            total = total + (error_gram if inputs is None else (inputs[rows] @ inputs.T) * error_gram)
+        blocks.append(total)
+    return jnp.concatenate(blocks, axis=0)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -418,7 +424,7 @@ def linear_readout_jacobian(problem: FisherProblem) -> FactoredJacobian:
 
 
 def has_linear_readout(model, layout: ParamLayout) -> bool:
-    """Whether ``model`` is f = features(x) @ a with ``a`` its only parameter site."""
+    """Return whether ``model`` is f = features(x) @ a with ``a`` its only parameter site."""
     site = getattr(model, "linear_site", None)
     return site is not None and callable(getattr(model, "features", None)) and layout.names == (site,)
 

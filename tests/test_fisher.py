@@ -245,7 +245,8 @@ def test_posterior_average_matches_mean_matrix():
     x = X
     tree = prior_samples(model, x, key=jax.random.key(14), num_samples=6)
     info = posterior_fisher(model, tree, group="prior", num_samples=3, method="gram")
-    assert info.reference == "posterior average" and info.num_samples == 3
+    assert info.reference == "posterior average"
+    assert info.num_samples == 3
 
     draws = {name: np.asarray(tree["prior"][name].values)[0] for name in model.param_shapes(2)}
     chosen = [0, 2, 5]
@@ -359,3 +360,17 @@ def test_result_arrays_are_float64_numpy():
     assert isinstance(info.eigenvalues, np.ndarray) and info.eigenvalues.dtype == np.float64
     assert all(value.dtype == np.float64 for value in info.diagonal.values())
     assert info.reference_params["w1"].dtype == np.float64
+
+
+def test_gram_row_blocks_match(monkeypatch):
+    from brgnnft.brg import fisher_jacobian
+
+    params = TANH.sample_params(jax.random.key(27), input_dim=2)
+    jacobian = fisher_jacobian.build_jacobian(fisher_jacobian.prepare_problem(TANH, params, X))
+    single = np.asarray(jacobian.gram())
+    # Blocks of 4 rows: the unjitted function rereads CHUNK_BYTES.
+    monkeypatch.setattr(fisher_jacobian, "CHUNK_BYTES", 16 * X.shape[0] * 4)
+    blocked = np.asarray(fisher_jacobian._factored_gram.__wrapped__(jacobian.layout, jacobian.factors))
+    dense = np.asarray(jacobian.jacobian())
+    np.testing.assert_allclose(blocked, dense @ dense.T, rtol=1e-12, atol=1e-14 * np.max(single))
+    np.testing.assert_allclose(single, dense @ dense.T, rtol=1e-12, atol=1e-14 * np.max(single))
