@@ -108,12 +108,19 @@ class ShellCoarseGrainer:
             self.replacement = np.zeros_like(theta)
         if fisher.basis == "eigen":
             self.coordinates = fisher.eigenvectors.coordinates(theta - self.replacement)
-            self._directions = None
+            self._weighted_gram = None
 
-    def _eigen_directions(self) -> np.ndarray:
-        if self._directions is None:
-            self._directions = self.fisher.eigenvectors.matrix()
-        return self._directions
+    def _prior_weighted_gram(self, chunk_size: int = 256) -> np.ndarray:
+        """Return V^T D V (r, r), built a block of columns at a time so V (P, r) is never formed."""
+        if self._weighted_gram is None:
+            basis = self.fisher.eigenvectors
+            gram = np.empty((basis.size, basis.size))
+            for start in range(0, basis.size, chunk_size):
+                units = np.eye(basis.size)[start : start + chunk_size]
+                columns = self.prior_variance * basis.combine(units, flat=True)
+                gram[start : start + len(units)] = basis.coordinates(columns)
+            self._weighted_gram = 0.5 * (gram + gram.T)
+        return self._weighted_gram
 
     def __call__(self, split: ShellSplit) -> np.ndarray:
         """Return the coarse-grained samples theta_Lambda, shape (S, P)."""
@@ -127,10 +134,9 @@ class ShellCoarseGrainer:
         if self.prescription != "prior" or self.isotropic:
             stiff = self.fisher.eigenvectors.select(slice(0, k)).combine(coordinates, flat=True)
             return self.replacement + stiff
-        directions = self._eigen_directions()[:, :k]
-        weighted = self.prior_variance[:, None] * directions
-        solved = np.linalg.solve(directions.T @ weighted, coordinates.T)
-        return self.replacement + (weighted @ solved).T
+        solved = np.linalg.solve(self._prior_weighted_gram()[:k, :k], coordinates.T)
+        stiff = self.fisher.eigenvectors.select(slice(0, k)).combine(solved.T, flat=True)
+        return self.replacement + self.prior_variance * stiff
 
 
 @in_float64
