@@ -114,11 +114,14 @@ def information_shell_flow(
 
     Returns
     -------
-    DataTree with groups ``posterior`` (``f``), ``posterior_predictive`` and ``log_likelihood``
-    (``y``), all with dims (cutoff, chain, draw, obs_id); ``observed_data`` and ``constant_data``
-    (the test set); ``flow`` (per-cutoff statistics);
-    ``spectrum`` (the Fisher spectrum used); ``trained`` (``f`` and the predictive ``y`` before
-    coarse graining).
+    DataTree with these groups:
+
+    - ``posterior`` (``f``), ``posterior_predictive`` and ``log_likelihood`` (``y``), all with dims
+      (cutoff, chain, draw, obs_id);
+    - ``observed_data`` and ``constant_data``: the test set;
+    - ``flow``: the per-cutoff statistics below;
+    - ``trained``: ``f`` and the predictive ``y`` before coarse graining;
+    - ``spectrum``: the Fisher spectrum used.
 
     Notes
     -----
