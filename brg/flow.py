@@ -263,6 +263,11 @@ def build_flow_tree(
     flow = flow.assign_coords(chain=np.arange(chains), draw=np.arange(draws))
 
     spectrum_values = fisher.diagonal_vector() if fisher.basis == "diagonal" else fisher.eigenvalues
+    num_params = getattr(fisher, "num_params", None)
+    if fisher.basis == "eigen" and num_params is not None and num_params > spectrum_values.size:
+        # The directions left out of the eigenbasis are the null space of the metric, which is
+        # sloppy at every cutoff: record them as zero eigenvalues so P directions are accounted for.
+        spectrum_values = np.concatenate([spectrum_values, np.zeros(num_params - spectrum_values.size)])
     spectrum = xr.Dataset({"eigenvalues": (("direction",), np.sort(spectrum_values)[::-1])}, attrs={"basis": fisher.basis})
 
     tree = xr.DataTree.from_dict(

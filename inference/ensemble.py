@@ -53,7 +53,7 @@ def ensemble(
     num_steps: int = 2000,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-3,
-    tolerance: float = 1e-4,
+    tolerance: float = 1e-3,
     num_prior_samples: int = 0,
     progress: bool = True,
 ):
