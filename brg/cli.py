@@ -167,6 +167,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def member_count(text: str) -> int:
+    """Parse a number of posterior draws or members: at least 2, so standard errors exist."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {value}: expected at least 2 draws, since standard errors and the bootstrap "
+            "interval need two or more"
+        )
+    return value
+
+
 def seed_int(text: str) -> int:
     """Parse a seed: an integer in [0, 2^31)."""
     try:
@@ -200,15 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="observation noise standard deviation in standardised units of y (default 0.1)")
     flow.add_argument("--inference", choices=INFERENCES, default=None,
                       help="posterior route (default conjugate, and ensemble for the mlp, which conjugate cannot sample)")
-    flow.add_argument("--members", type=positive_int, default=None, metavar="S",
+    flow.add_argument("--members", type=member_count, default=None, metavar="S",
                       help="posterior draws or ensemble members (default 200 conjugate, 64 ensemble, 200 nuts)")
     flow.add_argument("--basis", choices=("eigen", "diagonal"), default="eigen", help="Fisher basis (default eigen)")
     flow.add_argument("--prescription", choices=("prior", "marginalize", "prune"), default=None,
                       help="replacement of the sloppy directions, for --scheme shell (default prior)")
     flow.add_argument("--scheme", choices=SCHEMES, default="shell",
                       help="coarse graining: the information shell at each cutoff, or the Fisher-metric diffusion to "
-                      "the prior, run to the flow times t = cutoff * s^2 / n whose effective cutoff is each of "
-                      "--cutoffs (default shell)")
+                      "the prior, run to the flow times t = cutoff * s^2 / n (s^2 the prior variance of the parameters, "
+                      "n the number of training rows) whose effective cutoff is each of --cutoffs; the table then lists "
+                      "those effective cutoffs Λ(t) (default shell)")
     flow.add_argument("--regularizer", type=positive_number, default=None, metavar="DELTA",
                       help="for --scheme diffusion: delta added to the per-datum Fisher metric, so directions of zero "
                       "information relax at rate 1 / (s^2 delta) (default 1e-6 times the largest per-datum eigenvalue)")
@@ -216,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"START:STOP:NUM log-spaced, or a comma-separated list (default {DEFAULT_CUTOFFS})")
     flow.add_argument("--seed", type=seed_int, default=0, help="seed of every random draw (default 0)")
     flow.add_argument("--out", type=Path, default=Path("flow.nc"), help="output NetCDF file (default flow.nc)")
-    flow.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the four PNG plots (default none)")
+    flow.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the PNG plots (default none)")
     flow.add_argument("--overwrite", action="store_true", help="replace an existing output file and plots")
     flow.add_argument("--quick", action="store_true",
                       help=f"small run: at most {QUICK_MAX_ROWS} training and test rows, fewer draws, {QUICK_CUTOFFS} cutoffs")
@@ -230,16 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print the table of a saved flow and draw its plots")
     report.add_argument("flow_file", type=Path, metavar="FLOW.nc")
-    report.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the four PNG plots")
+    report.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the PNG plots (default none)")
     report.add_argument("--overwrite", action="store_true", help="replace existing plots")
 
     paper = commands.add_parser("paper", help="reproduce the original BRG-NNFT experiment (arXiv:2405.17538)")
-    paper.add_argument("--members", type=positive_int, default=100, help="ensemble members before dropping divergent ones (default 100)")
+    paper.add_argument("--members", type=member_count, default=100, help="ensemble members before dropping divergent ones (default 100)")
     paper.add_argument("--fisher-points", choices=("10", "train"), default="train",
                        help="inputs of the Fisher diagonal: the 200 training inputs (default) or the 10 separate points as published")
     paper.add_argument("--seed", type=seed_int, default=0, help="seed of every random draw (default 0)")
     paper.add_argument("--out", type=Path, default=Path("paper_flow.nc"), help="output NetCDF file (default paper_flow.nc)")
-    paper.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the four PNG plots (default none)")
+    paper.add_argument("--plots", type=Path, default=None, metavar="DIR", help="folder for the PNG plots (default none)")
     paper.add_argument("--overwrite", action="store_true", help="replace an existing output file and plots")
     paper.add_argument("--keep-divergent", action="store_true",
                        help="keep members whose test MSE before coarse graining is >= 1e3 (dropped by default)")
@@ -365,7 +377,7 @@ def _print_flow(flow) -> None:
         print(paper_table(flow))
     if "analytic" in flow.children:
         print()
-        print("closed-form infinite-width flow on the same cutoffs (stiff = Gram modes kept):")
+        print("the network's flow beside the closed-form infinite-width flow on the same cutoffs:")
         print(analytic_table(flow))
     print()
     print(critical_line(flow))

@@ -449,12 +449,12 @@ def _build_paper_tree(data, cutoffs, seeds, kept, trained_mse, readouts, diagona
 
 
 def paper_table_rows(flow) -> list[tuple]:
-    """Return the rows (cutoff or "none", median MSE, mean MSE, fraction redrawn) of a paper flow.
+    """Return the rows (cutoff or "trained", median MSE, mean MSE, fraction redrawn) of a paper flow.
 
     The first row is the trained ensemble before coarse graining, as in the original results.
     """
     statistics = flow["flow"]
-    rows = [("none", float(statistics["trained_median_test_mse"]), float(statistics["trained_test_mse"]), 0.0)]
+    rows = [("trained", float(statistics["trained_median_test_mse"]), float(statistics["trained_test_mse"]), 0.0)]
     for index, cutoff in enumerate(statistics["cutoff"].values):
         rows.append((
             float(cutoff),

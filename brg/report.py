@@ -58,7 +58,7 @@ def paper_table(flow) -> str:
 def analytic_table(flow) -> str:
     """Return the network's test MSE and predictive SD beside those of the closed-form infinite-width flow."""
     network, analytic = flow["flow"], flow["analytic"]
-    header = ["cutoff", "stiff", "test MSE ± se", "infinite-width MSE", "predictive SD", "infinite-width SD"]
+    header = ["cutoff", "Gram modes kept", "test MSE ± se", "infinite-width MSE", "predictive SD", "infinite-width SD"]
     rows = []
     for index, cutoff in enumerate(network["cutoff"].values):
         mse, error = float(network["test_mse"].values[index]), float(network["test_mse_se"].values[index])

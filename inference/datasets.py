@@ -358,7 +358,12 @@ def _read_table(name_or_path) -> tuple[pd.DataFrame, str, str]:
         raise FileNotFoundError(f"data file {str(path)!r} not found: check the path (relative to {os.getcwd()})")
 
     if suffix == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"cannot read {str(path)!r} as CSV ({error}): it must be a comma-separated table with a header row"
+            ) from None
     else:
         frame = _read_parquet(path)
     frame.columns = [str(column) for column in frame.columns]
@@ -373,6 +378,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
             f"reading the Parquet file {str(path)!r} needs pyarrow: pip install pyarrow "
             "(or save the table as .csv)"
         ) from error
+    except (OSError, ValueError) as error:
+        # pyarrow reports a damaged file as ArrowInvalid (a ValueError) or an OSError.
+        raise ValueError(f"cannot read {str(path)!r} as Parquet ({error}): check that it is a Parquet table") from None
 
 
 def _select_columns(frame: pd.DataFrame, x, y, name: str) -> tuple[tuple[str, ...], str]:

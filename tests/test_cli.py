@@ -143,7 +143,7 @@ def test_paper_command_table(in_tmp, capsys):
     lines = table_lines(text)
     assert lines[0].split()[:3] == ["cutoff", "median", "MSE"]
     assert len(lines) == 2 + 1 + 25
-    assert lines[2].split()[0] == "none"
+    assert lines[2].split()[0] == "trained"
     assert float(lines[-1].split()[-1]) == pytest.approx(1.0, abs=0.01)
     assert "Fisher diagonal on the training inputs" in text
     flow = load(in_tmp / "paper.nc")
@@ -268,6 +268,7 @@ BAD_FLOW_ARGUMENTS = [
     (["--scheme", "diffusion", "--prescription", "prune"], "--prescription sets the information shell"),
     (["--regularizer", "0.1"], "--regularizer sets the diffusion"),
     (["--scheme", "diffusion", "--compare-analytic"], "--compare-analytic compares information-shell flows"),
+    (["--members", "1"], "expected at least 2 draws"),
 ]
 
 

@@ -475,3 +475,19 @@ def test_bad_key_and_standardize():
         load_dataset("diabetes", key=0)
     with pytest.raises(TypeError, match="standardize must be True, False or None"):
         load_dataset("diabetes", standardize="yes", key=KEY)
+
+
+def test_empty_csv_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+
+    with pytest.raises(ValueError, match="cannot read .*empty.csv' as CSV .*header row"):
+        load_dataset(path, key=jax.random.key(0))
+
+
+def test_damaged_parquet_file(tmp_path):
+    path = tmp_path / "damaged.parquet"
+    path.write_bytes(b"not a parquet file at all")
+
+    with pytest.raises(ValueError, match="cannot read .*damaged.parquet' as Parquet"):
+        load_dataset(path, key=jax.random.key(0))

@@ -170,7 +170,7 @@ def test_member_draws_independent_of_count(flow):
 def test_table_rows(flow):
     rows = paper_table_rows(flow)
     assert len(rows) == 26
-    assert rows[0][0] == "none"
+    assert rows[0][0] == "trained"
     assert rows[0][3] == 0.0
     assert [row[0] for row in rows[1:]] == list(PAPER_CUTOFFS)
 

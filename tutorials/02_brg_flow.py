@@ -54,6 +54,12 @@ print(table.to_string(float_format=lambda value: f"{value:.4g}"))
 print(f"critical cutoff: {critical.value:.3g} (95 % bootstrap interval {critical.low:.3g} to {critical.high:.3g})")
 print(f"test MSE in ppm^2 before coarse graining: {float(flow['flow']['trained_test_mse']) * data.y_scale**2:.3g}")
 
+# %% [markdown]
+# ## Plots
+# In a notebook the figures show below the cell; run as a script, the tutorial saves them.
+
 # %%
 figure = plot_flow(flow, critical=critical)
 spectrum_figure = plot_spectrum(flow)
+figure.savefig("brg_flow.png", dpi=120)
+spectrum_figure.savefig("fisher_spectrum.png", dpi=120)
