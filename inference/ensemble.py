@@ -2,6 +2,8 @@
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,60 @@ def randomised_map_loss(model, params, anchor, x, y_perturbed, noise, prior_vari
     data_term = 0.5 * jnp.sum(residual**2) / noise**2
     prior_term = sum(0.5 * jnp.sum((params[name] - anchor[name]) ** 2) / prior_variance[name] for name in params)
     return data_term + prior_term
+
+
+class MemberTraining(NamedTuple):
+    """Everything needed to train randomised-MAP members together.
+
+    ``run_block(carry, length)`` advances every member by ``length`` optimiser steps (jitted, the
+    length static) from ``carry = (params, optimizer_state)``, starting at ``initial_carry``.
+    """
+
+    anchors: dict
+    targets: jax.Array
+    loss_and_grad: Callable
+    run_block: Callable
+    initial_carry: tuple
+
+
+def default_optimizer(learning_rate: float, num_steps: int) -> optax.GradientTransformation:
+    """Return Adam with a cosine decay of the step from ``learning_rate`` to a thousandth of it."""
+    # A decaying step lets Adam settle on the optimum instead of circling it at a distance
+    # proportional to the learning rate.
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3))
+
+
+def prepare_member_training(model, x, y, noise, *, num_members, optimizer, key_anchor, key_noise) -> MemberTraining:
+    """Draw the anchors and perturbed targets of every member and build the batched training step.
+
+    Members are sharded over a ``member`` mesh axis when their number divides evenly over
+    ``jax.devices()``.
+    """
+    input_dim = x.shape[1]
+    prior_variance = {name: jnp.asarray(value) for name, value in model.prior_variance(input_dim).items()}
+    x_device = jnp.asarray(x)
+    anchors = model.sample_params(key_anchor, input_dim, num_members)
+    targets = jnp.asarray(y) + noise * jax.random.normal(key_noise, (num_members,) + y.shape)
+    mesh = _member_mesh(num_members)
+    if mesh is not None:
+        sharding = NamedSharding(mesh, PartitionSpec("member"))
+        anchors = jax.device_put(anchors, sharding)
+        targets = jax.device_put(targets, sharding)
+
+    def member_loss(params, anchor, member_targets):
+        return randomised_map_loss(model, params, anchor, x_device, member_targets, noise, prior_variance)
+
+    loss_and_grad = jax.vmap(jax.value_and_grad(member_loss))
+
+    def step(carry, _):
+        params, opt_state = carry
+        _, grads = loss_and_grad(params, anchors, targets)
+        updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    run_block = jax.jit(lambda carry, length: jax.lax.scan(step, carry, length=length)[0], static_argnums=1)
+    initial_carry = (anchors, jax.vmap(optimizer.init)(anchors))
+    return MemberTraining(anchors, targets, loss_and_grad, run_block, initial_carry)
 
 
 def _member_mesh(num_members: int):
@@ -77,8 +133,8 @@ def ensemble(
     num_steps : int
         Optimiser steps per member.
     optimizer : optax.GradientTransformation, optional
-        Defaults to Adam with a cosine decay of the step from ``learning_rate`` to a thousandth
-        of it over ``num_steps``.
+        Defaults to :func:`default_optimizer`: Adam with a cosine decay of the step from
+        ``learning_rate`` to a thousandth of it over ``num_steps``.
     tolerance : float
         A member counts as converged when the gradient norm of its loss, relative to that at
         its anchor, has fallen below ``tolerance``.
@@ -100,45 +156,23 @@ def ensemble(
     learning_rate = check_positive("learning_rate", learning_rate)
     if model.likelihood != "gaussian":
         raise ValueError(f"ensemble supports the Gaussian likelihood only, got {model.likelihood!r}: use nuts")
-    if optimizer is None:
-        # A decaying step lets Adam settle on the optimum instead of circling it at a distance
-        # proportional to the learning rate.
-        schedule = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3)
-        optimizer = optax.adam(schedule)
+    optimizer = default_optimizer(learning_rate, num_steps) if optimizer is None else optimizer
     key_anchor, key_noise, key_prior, key_predictive = jax.random.split(key, 4)
 
-    input_dim = x.shape[1]
-    prior_variance = {name: jnp.asarray(value) for name, value in model.prior_variance(input_dim).items()}
-    x_device = jnp.asarray(x)
-    anchors = model.sample_params(key_anchor, input_dim, num_members)
-    y_perturbed = jnp.asarray(y) + noise * jax.random.normal(key_noise, (num_members,) + y.shape)
-    mesh = _member_mesh(num_members)
-    if mesh is not None:
-        sharding = NamedSharding(mesh, PartitionSpec("member"))
-        anchors = jax.device_put(anchors, sharding)
-        y_perturbed = jax.device_put(y_perturbed, sharding)
-
-    def member_loss(params, anchor, targets):
-        return randomised_map_loss(model, params, anchor, x_device, targets, noise, prior_variance)
-
-    loss_and_grad = jax.vmap(jax.value_and_grad(member_loss))
-
-    def step(carry, _):
-        params, opt_state = carry
-        loss, grads = loss_and_grad(params, anchors, y_perturbed)
-        updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    training = prepare_member_training(
+        model, x, y, noise, num_members=num_members, optimizer=optimizer, key_anchor=key_anchor, key_noise=key_noise
+    )
+    anchors, y_perturbed, loss_and_grad = training.anchors, training.targets, training.loss_and_grad
 
     num_blocks = min(num_steps, 50)
     block_sizes = [num_steps // num_blocks + (block < num_steps % num_blocks) for block in range(num_blocks)]
-    run_block = jax.jit(lambda carry, length: jax.lax.scan(step, carry, length=length)[0], static_argnums=1)
-    carry = (anchors, jax.vmap(optimizer.init)(anchors))
+    carry = training.initial_carry
     logger.info("training %d randomised-MAP members for %d steps", num_members, num_steps)
     for length in tqdm(block_sizes, desc="ensemble", unit="block", disable=not _progress_enabled(progress)):
-        carry = run_block(carry, length)
+        carry = training.run_block(carry, length)
     params = carry[0]
 
-    initial_grad = jax.vmap(jax.grad(member_loss))(anchors, anchors, y_perturbed)
+    _, initial_grad = loss_and_grad(anchors, anchors, y_perturbed)
     final_loss, final_grad = loss_and_grad(params, anchors, y_perturbed)
     relative_grad = _tree_norm(final_grad) / jnp.maximum(_tree_norm(initial_grad), 1e-300)
     converged = relative_grad < tolerance
@@ -150,7 +184,7 @@ def ensemble(
         )
 
     samples = {name: value for name, value in params.items()}
-    samples["f"] = model.apply(params, x_device)
+    samples["f"] = model.apply(params, jnp.asarray(x))
     sample_stats = {"final_loss": final_loss, "grad_norm": relative_grad, "converged": converged}
     prior = None
     if num_prior_samples:

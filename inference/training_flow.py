@@ -27,7 +27,7 @@ from brgnnft.inference.data_count import (
     check_test_data,
     mean_stiff_count,
 )
-from brgnnft.inference.ensemble import randomised_map_loss
+from brgnnft.inference.ensemble import default_optimizer, prepare_member_training
 from brgnnft.models._checks import check_positive, check_positive_int
 
 logger = logging.getLogger(__name__)
@@ -129,33 +129,20 @@ def training_flow(
     cutoff = check_positive("cutoff", cutoff)
     points = check_points(points, x_test.shape[0])
     fisher_members = check_positive_int("fisher_members", fisher_members)
-    if optimizer is None:
-        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=1e-3))
+    optimizer = default_optimizer(learning_rate, num_steps) if optimizer is None else optimizer
     # The same split as ensemble(), so the last snapshot is the ensemble that ensemble() returns
     # for the same key and settings.
     key_anchor, key_noise, _, key_predictive = jax.random.split(key, 4)
 
-    input_dim = x.shape[1]
-    prior_variance = {name: jnp.asarray(value) for name, value in model.prior_variance(input_dim).items()}
-    x_device = jnp.asarray(x)
-    anchors = model.sample_params(key_anchor, input_dim, num_members)
-    y_perturbed = jnp.asarray(y) + noise * jax.random.normal(key_noise, (num_members,) + y.shape)
+    training = prepare_member_training(
+        model, x, y, noise, num_members=num_members, optimizer=optimizer, key_anchor=key_anchor, key_noise=key_noise
+    )
+    anchors, y_perturbed, loss_and_grad = training.anchors, training.targets, training.loss_and_grad
+    run_block = training.run_block
 
-    def member_loss(params, anchor, targets):
-        return randomised_map_loss(model, params, anchor, x_device, targets, noise, prior_variance)
-
-    loss_and_grad = jax.vmap(jax.value_and_grad(member_loss))
-
-    def step(carry, _):
-        params, opt_state = carry
-        _, grads = loss_and_grad(params, anchors, y_perturbed)
-        updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-    run_block = jax.jit(lambda carry, length: jax.lax.scan(step, carry, length=length)[0], static_argnums=1)
     mean_loss = jax.jit(lambda params: jnp.mean(loss_and_grad(params, anchors, y_perturbed)[0]))
     steps = recorded_steps(num_steps, record_every)
-    carry = (anchors, jax.vmap(optimizer.init)(anchors))
+    carry = training.initial_carry
     snapshots = []
     logger.info("training %d members for %d steps, recording %d snapshots", num_members, num_steps, len(steps))
     for index, recorded in enumerate(tqdm(steps, desc="training flow", unit="snapshot",
