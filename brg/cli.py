@@ -398,11 +398,13 @@ def _flow_settings(args) -> dict:
     """Resolve the defaults that depend on other options, and reject invalid combinations."""
     if args.inference is None:
         args.inference = "ensemble" if args.model == "mlp" else "conjugate"
+
     if args.model == "mlp" and args.inference == "conjugate":
         raise UsageError(
             "--inference conjugate needs a model linear in its Bayesian parameters, and the mlp is not: "
             "use --inference ensemble or --inference nuts"
         )
+
     hidden = args.hidden or DEFAULT_HIDDEN[args.model]
     if args.model == "cosnet":
         if len(hidden) != 1:
@@ -414,6 +416,7 @@ def _flow_settings(args) -> dict:
         raise UsageError(
             f"--activation names {len(activation)} activations for {len(hidden)} hidden layers: pass one, or one per layer"
         )
+
     if args.scheme == "diffusion":
         if args.prescription is not None:
             raise UsageError("--prescription sets the information shell: leave it out with --scheme diffusion")
@@ -421,6 +424,7 @@ def _flow_settings(args) -> dict:
             raise UsageError("--compare-analytic compares information-shell flows: use it with --scheme shell")
     elif args.regularizer is not None:
         raise UsageError("--regularizer sets the diffusion: use it with --scheme diffusion")
+
     if args.compare_analytic:
         if args.model == "mlp":
             raise UsageError(
@@ -429,6 +433,7 @@ def _flow_settings(args) -> dict:
             )
         if args.basis != "eigen":
             raise UsageError("--compare-analytic reads the cutoffs as Fisher eigenvalues: use --basis eigen")
+
     members_table = QUICK_MEMBERS if args.quick else DEFAULT_MEMBERS
     cutoffs = args.cutoffs
     if cutoffs is None:

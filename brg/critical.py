@@ -20,8 +20,8 @@ class CriticalCutoff:
     value : float
         Lambda_C, NaN when no cutoff of the grid crosses the threshold.
     low, high : float
-        2.5 % and 97.5 % bootstrap percentiles over ensemble members; inf where more than 2.5 %
-        of the resamples do not cross within the grid, NaN when there are too few members.
+        2.5 % and 97.5 % bootstrap percentiles over ensemble members. A bound is inf where more
+        than 2.5 % of the resamples do not cross within the grid, and NaN with a single member.
     index : int or None
         Position of Lambda_C in the cutoff grid.
     found : bool

@@ -1,7 +1,7 @@
 """Per-scale statistics of a flow, from network outputs f (..., S, m) at m test points.
 
 Axis convention: the member axis S (chain and draw stacked) is second to last and the test-point
-axis m is last; any leading axes (the cutoff) pass through.
+axis m is last. Any leading axes, such as the cutoff, pass through.
 """
 
 import numpy as np

@@ -209,7 +209,7 @@ def plot_flow(flow, *, critical=None, ax: Axes | None = None) -> Figure:
     critical : CriticalCutoff, optional
         Critical cutoff to mark (any object with ``value``, ``low`` and ``high``). By default the
         ``critical_cutoff``, ``critical_cutoff_low`` and ``critical_cutoff_high`` root attributes are
-        used when the flow holds them. A NaN value adds the legend entry "no critical cutoff found".
+        used when the flow contains them. A NaN value adds the legend entry "no critical cutoff found".
     ax : matplotlib Axes, optional
         Axes to draw the MSE into (a twin axis is added for the standard deviation); a new figure by
         default.

@@ -145,7 +145,7 @@ def ensemble(
 
     Returns
     -------
-    DataTree of the common layout; ``sample_stats`` holds per member ``final_loss``,
+    DataTree of the common layout; ``sample_stats`` contains per member ``final_loss``,
     ``grad_norm`` (relative) and ``converged``.
     """
     check_model(model)

@@ -11,7 +11,7 @@ from brgnnft.inference._validate import check_data, check_model
 def from_samples(model, x, y, samples: dict, *, key, attrs: dict | None = None):
     """Wrap parameter samples of shape (chain, draw, ...) in the common DataTree layout.
 
-    ``f`` is computed with ``model.apply`` when ``samples`` does not hold it; the predictive and
+    ``f`` is computed with ``model.apply`` when ``samples`` does not contain it. The predictive and
     log-likelihood groups follow from the model's likelihood, as for every inference route.
 
     Parameters

@@ -1,9 +1,9 @@
 """Lift a user's Flax or Equinox network into the model contract of the library.
 
 The lifted model places a prior on every parameter of the network through
-``numpyro.contrib.module``, records the output as the deterministic site ``f`` and observes ``y``
-under a Gaussian likelihood, so it flows through inference, Fisher information and coarse graining
-like the built-in models. Site names are the network's parameter paths joined by dots, prefixed by
+``numpyro.contrib.module``. It records the output as the deterministic site ``f`` and observes
+``y`` under a Gaussian likelihood, so it flows through inference, Fisher information and coarse
+graining like the built-in models. Site names are the network's parameter paths joined by dots, prefixed by
 ``name`` (for example ``net.Dense_0.kernel``); slashes are replaced by dots so that the names stay
 valid NetCDF variable names.
 """
@@ -121,7 +121,7 @@ def from_flax(module, *, prior=1.0, noise: float = 0.1, name: str = "net") -> Li
         The network; its output's last axis has size 1 for a scalar ``f``.
     prior : float, numpyro Distribution, dict or callable
         A float is the standard deviation of an isotropic zero-mean Normal prior on every
-        parameter; anything else is passed to ``numpyro.contrib.module`` as its ``prior``.
+        parameter. Anything else is passed to ``numpyro.contrib.module`` as its ``prior``.
     noise : float
         Observation standard deviation.
     """
@@ -141,7 +141,7 @@ def from_equinox(module, *, prior=1.0, noise: float = 0.1, name: str = "net") ->
     """Lift an Equinox module into a Bayesian model with site ``f`` and observed ``y``.
 
     The module maps one input of shape (d,) to an output of shape (1,) or (k,), as Equinox
-    layers do; it is vmapped over the rows of x.
+    layers do, and it is vmapped over the rows of x.
     """
     prior = _prior_from(prior)
 
